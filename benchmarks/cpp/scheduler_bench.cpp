@@ -27,7 +27,8 @@ class TimedRunner : public nanovllm::ModelRunner {
  public:
   explicit TimedRunner(std::unique_ptr<nanovllm::ModelRunner> inner) : inner_(std::move(inner)) {}
 
-  std::vector<nanovllm::SampledToken> execute(const std::vector<nanovllm::ScheduledChunk>& batch) override {
+  std::vector<nanovllm::SampledToken> execute(
+      const std::vector<nanovllm::ScheduledChunk>& batch) override {
     const auto start = Clock::now();
     auto sampled = inner_->execute(batch);
     last_ = Clock::now() - start;
@@ -81,7 +82,9 @@ int main(int argc, char** argv) {
   params.ignore_eos = true;
   for (int i = 0; i < num_seqs; ++i) {
     std::vector<int32_t> prompt = system;
-    while (static_cast<int>(prompt.size()) < prompt_len) prompt.push_back(static_cast<int32_t>(rng() % 32000));
+    while (static_cast<int>(prompt.size()) < prompt_len) {
+      prompt.push_back(static_cast<int32_t>(rng() % 32000));
+    }
     params.seed = i;
     engine.add_request(std::move(prompt), params);
   }

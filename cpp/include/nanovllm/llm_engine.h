@@ -26,7 +26,7 @@ struct RequestOutput {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   int num_prompt_tokens = 0;
-  int num_cached_tokens = 0;  // prompt tokens served by the prefix cache
+  int num_cached_tokens = 0;  // prompt tokens served by the prefix cache (latest admission)
 };
 
 struct EngineStats {
@@ -40,7 +40,7 @@ struct EngineStats {
   int64_t num_preemptions = 0;
   int64_t prompt_tokens_total = 0;      // prompt tokens computed (not served by the cache)
   int64_t generation_tokens_total = 0;  // tokens sampled
-  int64_t num_steps = 0;
+  int64_t num_steps = 0;                // steps that ran the model
 };
 
 class LLMEngine {
@@ -64,11 +64,17 @@ class LLMEngine {
   // reported by the next step(). Unknown or finished ids are ignored (returns false).
   bool abort(int64_t request_id);
 
+  // True while a request is queued, running, or aborted but not yet reported by step().
   bool has_unfinished() const;
   EngineStats stats() const;
+  // As given, with max_model_len and num_kvcache_blocks resolved to the values in use.
   const EngineConfig& config() const { return config_; }
   const ModelInfo& model_info() const { return model_info_; }
   int max_model_len() const { return config_.max_model_len; }
+
+  // The scheduler and block manager behind this engine, for tests and tools that check
+  // their invariants (include the engine's private scheduler.h to use it).
+  const Scheduler& scheduler() const;
 
  private:
   EngineConfig config_;

@@ -1,0 +1,11 @@
+// nanovllm._core: the C++ engine as Python sees it. Thin on purpose: type conversions and
+// GIL release only; behaviour and validation live in libnanovllm.
+#include <nanobind/nanobind.h>
+
+#include "bindings.h"
+
+NB_MODULE(_core, m) {
+  m.doc() = "nano-vllm's C++ engine core (libnanovllm)";
+  nanovllm::bindings::bind_params(m);
+  nanovllm::bindings::bind_engine(m);
+}
