@@ -19,7 +19,7 @@ struct ScheduledChunk {
 
 struct SampledToken {
   int32_t token_id;
-  float logprob;                        // of token_id, after temperature; 0 when not asked
+  float logprob;  // log-softmax of the raw logits at token_id (vLLM's default); 0 if not asked
   std::vector<TokenLogprob> top_logprobs;  // params().logprobs entries when > 0
 };
 
