@@ -38,7 +38,7 @@ def run_ours(model_dir: Path, prompt: list[int], variant: str, repeats: int) -> 
     dtype, _, quantization = variant.partition("+")
     if variant == "int8":
         dtype, quantization = "bfloat16", "int8"
-    llm = LLM(str(model_dir), dtype=dtype, quantization=quantization or None)
+    llm = LLM(str(model_dir), dtype=dtype, quantization=quantization)
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
     llm.generate([prompt], params, use_tqdm=False)  # warm-up
     best = float("inf")

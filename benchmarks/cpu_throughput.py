@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     parser.add_argument("--num-requests", type=int, default=64)
     parser.add_argument("--max-num-seqs", type=int, default=256)
-    parser.add_argument("--quantization", default=None, choices=[None, "int8"])
+    parser.add_argument("--quantization", default="", choices=["", "int8"])
     parser.add_argument("--peer-batch-size", type=int, default=None,
                         help="transformers batch size (default: all requests in one batch)")
     parser.add_argument("--skip-peer", action="store_true")

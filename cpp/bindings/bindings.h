@@ -14,6 +14,7 @@ namespace nb = nanobind;
 
 void bind_params(nb::module_& m);
 void bind_engine(nb::module_& m);
+void bind_engine_loop(nb::module_& m);
 
 // Binds a plain struct's fields and then a __repr__ that lists them all, so that the
 // field list is written once.

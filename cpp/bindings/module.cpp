@@ -8,4 +8,5 @@ NB_MODULE(_core, m) {
   m.doc() = "nano-vllm's C++ engine core (libnanovllm)";
   nanovllm::bindings::bind_params(m);
   nanovllm::bindings::bind_engine(m);
+  nanovllm::bindings::bind_engine_loop(m);
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "nanovllm/config.h"
+#include "nanovllm/engine_loop.h"
 #include "nanovllm/llm_engine.h"
 #include "nanovllm/model_runner.h"
 #include "nanovllm/sampling_params.h"
