@@ -337,7 +337,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 print(output.text)
     num_tokens = sum(len(o.token_ids) for r in results for o in r.outputs)
     print(
-        f"{len(results)} requests, {num_tokens} output tokens, {seconds:.2f} s, "
+        f"{len(results)} request{'' if len(results) == 1 else 's'}, {num_tokens} output tokens, "
+        f"{seconds:.2f} s, "
         f"{num_tokens / seconds if seconds > 0 else 0.0:.1f} tok/s",
         file=sys.stderr,
     )

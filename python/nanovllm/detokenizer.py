@@ -4,7 +4,9 @@ Byte-level BPE splits one character over several tokens (emoji, CJK), and decodi
 prefix yields U+FFFD. The detokenizer decodes a small window of recent tokens, emits only
 text that ends on a complete character and holds the rest back until the next tokens
 complete it. Joining every piece (``push`` ... ``flush``) gives exactly
-``tokenizer.decode(all_ids, skip_special_tokens=...)`` for byte-level tokenizers.
+``tokenizer.decode(all_ids, skip_special_tokens=...)`` for byte-level tokenizers, except
+that a character left incomplete at the very end (max_tokens cut it) is dropped, as vLLM
+does, rather than shown as U+FFFD.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class IncrementalDetokenizer:
         return self._advance(final=False)
 
     def flush(self) -> str:
-        """Returns whatever is held back, incomplete characters included (as U+FFFD)."""
+        """Returns what is held back, at the end of the sequence; an incomplete last
+        character is dropped."""
         return self._advance(final=True)
 
     def _advance(self, final: bool) -> str:
@@ -47,6 +50,8 @@ class IncrementalDetokenizer:
             return ""
         prefix_text = self._decode(self._ids[self._prefix : self._read])
         window_text = self._decode(self._ids[self._prefix :])
+        if final:
+            window_text = window_text.rstrip(_REPLACEMENT)
         if len(window_text) <= len(prefix_text) or (
             not final and window_text.endswith(_REPLACEMENT)
         ):

@@ -36,24 +36,26 @@ _CORE_NO_LOGPROBS = -1
 
 
 @functools.cache
-def _core_defaults() -> Any:
+def _core_defaults() -> dict[str, Any]:
+    # Plain values, not the core object: nanobind reports instances alive at exit as leaks.
     from nanovllm import _core
 
-    return _core.SamplingParams()
+    core = _core.SamplingParams()
+    return {name: getattr(core, name) for name in (*_ENGINE_FIELDS, "logprobs")}
 
 
 def _engine_default(name: str) -> Callable[[], Any]:
     """A default factory reading field ``name`` of a default ``_core.SamplingParams``."""
 
     def factory() -> Any:
-        value = getattr(_core_defaults(), name)
+        value = _core_defaults()[name]
         return list(value) if isinstance(value, list) else value
 
     return factory
 
 
 def _logprobs_default() -> int | None:
-    value = _core_defaults().logprobs
+    value = _core_defaults()["logprobs"]
     return None if value == _CORE_NO_LOGPROBS else value
 
 

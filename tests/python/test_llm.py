@@ -56,7 +56,7 @@ def test_token_id_prompts(llm: Any, solo: list[str]) -> None:
 
 
 def test_n_samples_per_prompt(llm: Any) -> None:
-    params = SamplingParams(n=3, temperature=1.0, seed=1, max_tokens=8)
+    params = SamplingParams(n=3, temperature=1.0, seed=1, max_tokens=8, ignore_eos=True)
     outputs = llm.generate(PROMPTS[:2], params, use_tqdm=False)
     for out in outputs:
         assert [c.index for c in out.outputs] == [0, 1, 2]
@@ -66,7 +66,10 @@ def test_n_samples_per_prompt(llm: Any) -> None:
 
 
 def test_per_prompt_params(llm: Any, solo: list[str]) -> None:
-    params = [GREEDY.clone(max_tokens=2), SamplingParams(temperature=0.7, seed=3, max_tokens=5)]
+    params = [
+        GREEDY.clone(max_tokens=2),
+        SamplingParams(temperature=0.7, seed=3, max_tokens=5, ignore_eos=True),
+    ]
     first, second = llm.generate(PROMPTS[:2], params, use_tqdm=False)
     assert len(first.outputs[0].token_ids) == 2 and solo[0].startswith(first.outputs[0].text)
     assert len(second.outputs[0].token_ids) == 5

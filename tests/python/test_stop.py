@@ -12,7 +12,7 @@ require_core()
 from nanovllm import SamplingParams
 
 PROMPT = "Here is a short story about a dragon and a knight. Once upon a time"
-GREEDY = SamplingParams(temperature=0, max_tokens=40)
+GREEDY = SamplingParams(temperature=0, max_tokens=24)
 
 
 @pytest.fixture(scope="module")
