@@ -12,6 +12,7 @@
 #include "model_family.h"
 #include "nanovllm/torch_model_runner.h"
 #include "safetensors.h"
+#include "step_profiler.h"
 
 namespace nanovllm {
 namespace {
@@ -43,15 +44,16 @@ void check_device(const std::string& device) {
                               "device \"cpu\"");
 }
 
+// Closes the profiled step however execute() leaves.
+struct StepEnd {
+  ~StepEnd() { profile::end_step(); }
+};
+
 }  // namespace
 
 TorchModelRunner::TorchModelRunner(const EngineConfig& config) {
   config.validate();
   check_device(config.device);
-  if (!config.quantization.empty()) {
-    throw std::invalid_argument("quantization \"" + config.quantization +
-                                "\" is not yet supported by the LibTorch model runner");
-  }
   const fs::path dir = config.model;
   if (dir.empty() || !fs::exists(dir)) {
     throw std::runtime_error("model folder \"" + config.model + "\" does not exist");
@@ -80,7 +82,9 @@ TorchModelRunner::TorchModelRunner(const EngineConfig& config) {
     const SafetensorsWeights weights(dir);
     model_ = std::make_unique<DecoderModel>(
         model_config_, traits, weights, dtype_,
-        std::max(max_model_len, model_config_.max_position_embeddings));
+        std::max(max_model_len, model_config_.max_position_embeddings),
+        // validate() allows "" or "int8".
+        config.quantization == "int8" ? Quantization::kInt8 : Quantization::kNone);
   }
   kv_cache_ = std::make_unique<KVCache>(cache_shape, num_blocks);
 }
@@ -96,7 +100,16 @@ ModelInfo TorchModelRunner::model_info() const {
 std::vector<SampledToken> TorchModelRunner::execute(const std::vector<ScheduledChunk>& batch) {
   if (batch.empty()) return {};
   c10::InferenceMode inference;
-  inputs_.build(batch, block_size());
+  if (profile::enabled()) {
+    int num_tokens = 0;
+    for (const ScheduledChunk& chunk : batch) num_tokens += chunk.num_tokens;
+    profile::begin_step(static_cast<int>(batch.size()), num_tokens);
+  }
+  const StepEnd step_end;
+  {
+    profile::Scope scope(profile::Phase::kInputs);
+    inputs_.build(batch, block_size());
+  }
   last_logits_ = model_->forward(inputs_, *kv_cache_);
 
   rows_.clear();
@@ -118,6 +131,7 @@ std::vector<SampledToken> TorchModelRunner::execute(const std::vector<ScheduledC
     rows_.push_back(std::move(row));
   }
   if (rows_.empty()) return {};
+  profile::Scope scope(profile::Phase::kSampling);
   return sample(last_logits_, rows_);
 }
 

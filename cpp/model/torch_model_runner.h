@@ -27,7 +27,7 @@ class TorchModelRunner final : public ModelRunner {
   ModelInfo model_info() const override;
 
   // Float32 logits [sampled chunks, vocab] of the last execute(), for comparing with a
-  // reference implementation.
+  // reference implementation; overwritten by the next execute().
   const at::Tensor& last_logits() const { return last_logits_; }
   at::ScalarType dtype() const { return dtype_; }
 

@@ -1,10 +1,12 @@
 #include "paged_attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -87,6 +89,7 @@ struct TileSpec {
   int seq;
   int first_token;  // within the sequence's chunk
   int num_tokens;
+  int64_t cost;     // (query token, key) pairs
 };
 
 struct Problem {
@@ -126,6 +129,7 @@ template <typename T>
 void run_tile(const Problem& p, const TileSpec& spec, int kv_head) {
   thread_local std::vector<float> buffer;
   thread_local std::vector<int32_t> positions;
+  thread_local std::vector<uint32_t> query_pairs;
 
   const int group = p.num_heads / p.num_kv_heads;
   const int rows = spec.num_tokens * group;
@@ -138,7 +142,11 @@ void run_tile(const Problem& p, const TileSpec& spec, int kv_head) {
   positions.resize(lanes);
   float* query_rows = buffer.data();
   float* query_t = query_rows + query_floats;
-  Tile tile{head_dim, rows, lanes, query_rows, query_t, positions.data(), nullptr, nullptr, nullptr, nullptr};
+  constexpr bool kPairs = std::is_same_v<T, c10::BFloat16>;
+  if constexpr (kPairs) query_pairs.resize(query_floats / 2);
+  Tile tile{head_dim, rows,    lanes,   query_rows, query_t, positions.data(),
+            nullptr,  nullptr, nullptr, nullptr,    nullptr, p.query_scale};
+  if constexpr (kPairs) tile.query_pairs = query_pairs.data();
   tile.max = query_t + query_t_floats;
   tile.sum = tile.max + lanes;
   tile.acc = tile.sum + lanes;
@@ -158,6 +166,7 @@ void run_tile(const Problem& p, const TileSpec& spec, int kv_head) {
         query_rows[r * head_dim + d] = value;
         query_t[d * lanes + r] = value;
       }
+      if constexpr (kPairs) std::memcpy(query_pairs.data() + r * head_dim / 2, q, head_dim * sizeof(T));
       positions[r] = first_position + i;
     }
   }
@@ -206,14 +215,27 @@ void run_tile(const Problem& p, const TileSpec& spec, int kv_head) {
   }
 }
 
+// Below this many (query row, key) pairs in all, a call runs on the calling thread alone:
+// waking the pool costs more than it saves (tens of microseconds of work).
+constexpr int64_t kInlinePairs = 8192;
+
+// Runs every (tile, kv head) item. `tiles` come costliest first. Threads claim items one at
+// a time rather than taking an even share up front: sequences differ in length, and where
+// the cores are shared a descheduled thread then delays only the item it holds while the
+// others take the rest.
 template <typename T>
-void run_all(const Problem& problem, const std::vector<TileSpec>& tiles) {
+void run_all(const Problem& problem, const std::vector<TileSpec>& tiles, int64_t pairs) {
   const int64_t num_items = static_cast<int64_t>(tiles.size()) * problem.num_kv_heads;
-  at::parallel_for(0, num_items, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      run_tile<T>(problem, tiles[item / problem.num_kv_heads],
-                  static_cast<int>(item % problem.num_kv_heads));
-    }
+  const auto run_item = [&](int64_t item) {
+    run_tile<T>(problem, tiles[item / problem.num_kv_heads], static_cast<int>(item % problem.num_kv_heads));
+  };
+  if (pairs < kInlinePairs || at::get_num_threads() == 1 || num_items == 1) {
+    for (int64_t item = 0; item < num_items; ++item) run_item(item);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), num_items), 1, [&](int64_t, int64_t) {
+    for (int64_t item = next++; item < num_items; item = next++) run_item(item);
   });
 }
 
@@ -317,6 +339,7 @@ void paged_attention(const at::Tensor& out, const at::Tensor& query, const at::T
   const int group = num_heads / num_kv_heads;
   const int tile_tokens = std::max(1, kTileRows / group);
   std::vector<TileSpec> tiles;
+  int64_t pairs = 0;
   for (int s = 0; s < num_seqs; ++s) {
     const int chunk_len = problem.query_start_loc[s + 1] - problem.query_start_loc[s];
     const int context_len = problem.context_lens[s];
@@ -325,14 +348,21 @@ void paged_attention(const at::Tensor& out, const at::Tensor& query, const at::T
                 "paged_attention: sequence ", s, " has ", chunk_len, " queries, context ",
                 context_len, " and ", problem.max_blocks, " block table entries");
     for (int t = 0; t < chunk_len; t += tile_tokens) {
-      tiles.push_back({s, t, std::min(tile_tokens, chunk_len - t)});
+      const int num_tokens = std::min(tile_tokens, chunk_len - t);
+      // A tile reads its sequence's keys up to its last query's position.
+      const int64_t keys = context_len - chunk_len + t + num_tokens;
+      tiles.push_back({s, t, num_tokens, keys * num_tokens});
+      pairs += keys * num_tokens * num_heads;
     }
   }
+  // Costliest first, so that the last items claimed are short ones.
+  std::stable_sort(tiles.begin(), tiles.end(),
+                   [](const TileSpec& a, const TileSpec& b) { return a.cost > b.cost; });
 
   switch (cache_dtype(query.scalar_type())) {
-    case CacheDtype::kFloat32: run_all<float>(problem, tiles); break;
-    case CacheDtype::kBFloat16: run_all<c10::BFloat16>(problem, tiles); break;
-    case CacheDtype::kFloat16: run_all<c10::Half>(problem, tiles); break;
+    case CacheDtype::kFloat32: run_all<float>(problem, tiles, pairs); break;
+    case CacheDtype::kBFloat16: run_all<c10::BFloat16>(problem, tiles, pairs); break;
+    case CacheDtype::kFloat16: run_all<c10::Half>(problem, tiles, pairs); break;
   }
 }
 

@@ -28,6 +28,10 @@ struct Tile {
   float* sum;                // [padded_rows]: running sum of exp2(score - max)
   float* acc;                // [rows][head_dim]: running sum of exp2(score - max) * value
   float* scratch;            // page_scratch_floats(block_size, head_dim, padded_rows)
+  // bfloat16 caches only (else null): [rows][head_dim / 2], each row's query as it came,
+  // unscaled, two elements per word; score_scale then turns their products into scores.
+  const uint32_t* query_pairs;
+  float score_scale;
 };
 
 // A run of consecutive keys/values of one kv head inside one cache block.
