@@ -10,8 +10,6 @@ import time
 
 import torch
 
-from report import Result
-
 
 def load_hf(model_dir: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
@@ -60,7 +58,3 @@ def hf_generate(
         for row, n in enumerate(wanted):
             outputs.append(generated[row, width : width + n].tolist())
     return outputs, time.perf_counter() - start
-
-
-def hf_result(name: str, outputs: list[list[int]], seconds: float) -> Result:
-    return Result(name, sum(len(o) for o in outputs), seconds)
