@@ -38,7 +38,8 @@ def machine_description() -> str:
     return (
         f"{cpu_model_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), OMP_WAIT_POLICY="
-        f"{os.environ.get('OMP_WAIT_POLICY', '-')}, load average {os.getloadavg()[0]:.1f}"
+        f"{os.environ.get('OMP_WAIT_POLICY', '-')}, GOMP_SPINCOUNT="
+        f"{os.environ.get('GOMP_SPINCOUNT', '-')}, load average {os.getloadavg()[0]:.1f}"
     )
 
 

@@ -6,8 +6,9 @@
 //                     [--max-tokens 16] [--dtype float32] [--num-kvcache-blocks 64]
 //                     [--num-threads 2] [--ignore-eos]
 //
-// On cores shared with other work, run it with OMP_WAIT_POLICY=PASSIVE (the Python package
-// sets it): spinning OpenMP workers slow every step down several times.
+// Run it with GOMP_SPINCOUNT=30000 (the Python package sets it): OpenMP workers that spin
+// without bound slow every step down on cores shared with other work, and workers that
+// sleep at once (OMP_WAIT_POLICY=PASSIVE) are slow to wake for the next layer's kernels.
 //
 // Output, one line per request in the order given, then the timing:
 //   request 0: 5 prompt tokens -> 16 tokens (length): 7042 30 198 ...
