@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Dispatch.h>
@@ -21,8 +22,9 @@ using gemm::kTileWidth;
 int64_t num_tiles(int64_t n) { return (n + kTileWidth - 1) / kTileWidth; }
 
 // Where element j of output channel c sits in the packed data (k pairs per tile).
-int64_t element_offset(int64_t c, int64_t j, int64_t pairs) {
-  return (c / kTileWidth * pairs + j / 2) * kTilePairElements + 2 * (c % kTileWidth) + j % 2;
+int64_t element_offset(int64_t c, int64_t j, int64_t pairs, bool int8) {
+  const int64_t e = 2 * (c % kTileWidth) + j % 2;  // within the tile's k pair
+  return (c / kTileWidth * pairs + j / 2) * kTilePairElements + (int8 ? gemm::int8_pair_offset(e) : e);
 }
 
 float bf16_to_float(uint16_t bits) {
@@ -40,7 +42,7 @@ uint16_t float_to_bf16(float value) {  // round to nearest even, as the AVX-512 
 }
 
 float weight_value(uint16_t bits) { return bf16_to_float(bits); }
-float weight_value(int8_t q) { return q; }
+float weight_value(int8_t byte) { return gemm::int8_decode(static_cast<uint8_t>(byte)); }
 
 // Writes W [n, k] (row-major) into packed.data's tiles: as bfloat16, or as int8 with
 // packed.scales[channel] = max|w| / 127. Padding stays as allocated (zero).
@@ -60,12 +62,13 @@ void fill_tiles(const T* w, int64_t n, int64_t k, const PackedWeight& packed) {
         if (scale == 0.0f) continue;  // an all-zero channel stays zero
         int8_t* dst = packed.data.data_ptr<int8_t>();
         for (int64_t j = 0; j < k; ++j) {
-          dst[element_offset(channel, j, pairs)] =
-              static_cast<int8_t>(std::clamp(std::nearbyint(row[j] / scale), -127.0f, 127.0f));
+          const float q = std::clamp(std::nearbyint(row[j] / scale), -127.0f, 127.0f);
+          dst[element_offset(channel, j, pairs, true)] =
+              static_cast<int8_t>(gemm::int8_encode(static_cast<int>(q)));
         }
       } else {
         uint16_t* dst = reinterpret_cast<uint16_t*>(packed.data.data_ptr());
-        for (int64_t j = 0; j < k; ++j) dst[element_offset(channel, j, pairs)] = float_to_bf16(row[j]);
+        for (int64_t j = 0; j < k; ++j) dst[element_offset(channel, j, pairs, false)] = float_to_bf16(row[j]);
       }
     }
   });
@@ -92,6 +95,7 @@ template <typename W>
 void scalar_tiles(const gemm::Problem& pr, int64_t begin, int64_t end) {
   const W* weight = static_cast<const W*>(pr.weight);
   const int64_t pairs = gemm::k_pairs(pr.k);
+  const bool int8 = pr.format == gemm::WeightFormat::kInt8;
   for (int64_t t = begin; t < end; ++t) {
     const int64_t n0 = t * kTileWidth;
     const int64_t valid = std::min<int64_t>(kTileWidth, pr.n - n0);
@@ -99,8 +103,9 @@ void scalar_tiles(const gemm::Problem& pr, int64_t begin, int64_t end) {
       float acc[kTileWidth] = {};
       for (int64_t k = 0; k < pr.k; ++k) {
         const float xv = bf16_to_float(pr.x[m * pr.ldx + k]);
-        const W* w = weight + element_offset(n0, k, pairs);  // channel c is 2c further
-        for (int c = 0; c < kTileWidth; ++c) acc[c] += xv * weight_value(w[2 * c]);
+        for (int c = 0; c < kTileWidth; ++c) {
+          acc[c] += xv * weight_value(weight[element_offset(n0 + c, k, pairs, int8)]);
+        }
       }
       for (int64_t c = 0; c < valid; ++c) {
         float v = acc[c] * (pr.scales ? pr.scales[n0 + c] : 1.0f);
@@ -127,11 +132,12 @@ void scalar_kernel(const gemm::Problem& pr, int64_t begin, int64_t end, uint16_t
 template <typename T, typename W>
 void copy_rows(T* out, const W* data, const float* scales, const int64_t* ids, int64_t count, int64_t k) {
   const int64_t pairs = gemm::k_pairs(k);
+  constexpr bool int8 = std::is_same_v<W, int8_t>;
   at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float scale = scales ? scales[ids[i]] : 1.0f;
       for (int64_t j = 0; j < k; ++j) {
-        out[i * k + j] = static_cast<T>(scale * weight_value(data[element_offset(ids[i], j, pairs)]));
+        out[i * k + j] = static_cast<T>(scale * weight_value(data[element_offset(ids[i], j, pairs, int8)]));
       }
     }
   });

@@ -1,6 +1,6 @@
 // AVX-512 BF16 kernel of the packed-weight GEMM. The build compiles this file alone with
-// -mavx512f -mavx512bw -mavx512vl -mavx512bf16 (see cpp/model/CMakeLists.txt); the kernel is only
-// handed out when the CPU reports AVX-512 BF16.
+// -mavx512f -mavx512bw -mavx512vl -mavx512vbmi -mavx512bf16 (see cpp/model/CMakeLists.txt); the
+// kernel is only handed out when the CPU reports all of them.
 //
 // A block is up to 6 rows × one tile (4 panels): 24 float accumulators, each a chain of
 // vdpbf16ps over the k pairs in order. Every output element therefore sums its products
@@ -8,15 +8,20 @@
 // batch it is in.
 //
 // int8 weights are widened to bfloat16 in registers (exact: |q| <= 127 fits bfloat16's
-// 8-bit significand). With few rows that costs less than the memory traffic it saves;
-// with many rows a tile is widened once into scratch and reused by every row block.
+// 8-bit significand): the magnitude's 7 bits index two 128-entry byte tables (vpermi2b)
+// that give the high and low bytes of its bfloat16, the sign bit is or-ed into the high
+// byte, and two in-lane byte interleaves put 64 widened weights in panel order (the int8
+// layout of packed_gemm_kernel.h). Five instructions per 64 weights, where converting
+// through int32 and float32 took ten: at one row, decode, the widening is what limits the
+// int8 product once memory delivers ~90 GB/s. With many rows a tile is widened once into
+// scratch and reused by every row block.
 //
 // One row block (decode) streams the weights at memory speed with the hardware prefetcher
 // alone. With several blocks per tile the first one runs at compute speed, and it also
 // pulls the next tile into L2, so that the memory reads hide behind this tile's arithmetic.
 #include "packed_gemm_kernel.h"
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) && defined(__AVX512VBMI__)
 #include <immintrin.h>
 
 #include <cstring>
@@ -24,7 +29,7 @@
 
 namespace nanovllm::kernels::cpu::gemm {
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) && defined(__AVX512VBMI__)
 namespace {
 
 constexpr int kMaxRows = 6;
@@ -32,15 +37,53 @@ constexpr int kMaxRows = 6;
 // in registers for each block is faster up to 16 rows, slower at 64).
 constexpr int64_t kWidenRows = 32;
 
-// One k pair of one panel as 16 bfloat16 pairs.
-inline __m512bh load_pair(const uint16_t* p) {
-  return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p));
+// The high and low bytes of the bfloat16 of every magnitude 0..127.
+struct MagnitudeTables {
+  alignas(64) uint8_t high[128];
+  alignas(64) uint8_t low[128];
+};
+constexpr MagnitudeTables magnitude_tables() {
+  MagnitudeTables t{};
+  for (int m = 1; m < 128; ++m) {
+    int e = 0;  // floor(log2(m))
+    while ((m >> (e + 1)) != 0) ++e;
+    const int bits = ((127 + e) << 7) | ((m << (7 - e)) & 0x7f);
+    t.high[m] = static_cast<uint8_t>(bits >> 8);
+    t.low[m] = static_cast<uint8_t>(bits & 0xff);
+  }
+  return t;
 }
-inline __m512 int8x16_to_float(const int8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+constexpr MagnitudeTables kMagnitudeTables = magnitude_tables();
+
+// Widens int8 weights (sign and magnitude bytes) to bfloat16, 64 at a time.
+struct Int8Widener {
+  __m512i high0 = _mm512_load_si512(kMagnitudeTables.high);
+  __m512i high1 = _mm512_load_si512(kMagnitudeTables.high + 64);
+  __m512i low0 = _mm512_load_si512(kMagnitudeTables.low);
+  __m512i low1 = _mm512_load_si512(kMagnitudeTables.low + 64);
+  __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+
+  // 64 bytes (panels 2h and 2h + 1 of one k pair) -> the two panels' bfloat16 pairs.
+  void widen(const int8_t* p, __m512bh& first, __m512bh& second) const {
+    const __m512i bytes = _mm512_loadu_si512(p);
+    // vpermi2b reads the low 7 bits of each index byte: the magnitude.
+    __m512i high = _mm512_permutex2var_epi8(high0, bytes, high1);
+    const __m512i low = _mm512_permutex2var_epi8(low0, bytes, low1);
+    high = _mm512_ternarylogic_epi32(high, bytes, sign, 0xF8);  // high | (bytes & 0x80)
+    first = reinterpret_cast<__m512bh>(_mm512_unpacklo_epi8(low, high));
+    second = reinterpret_cast<__m512bh>(_mm512_unpackhi_epi8(low, high));
+  }
+};
+
+// The four panels of one k pair of a tile, as 16 bfloat16 pairs each.
+inline void load_tile_pair(const uint16_t* pair, const Int8Widener&, __m512bh (&wv)[kTilePanels]) {
+  for (int p = 0; p < kTilePanels; ++p) {
+    wv[p] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(pair + p * kPanelPairElements));
+  }
 }
-inline __m512bh load_pair(const int8_t* p) {
-  return _mm512_cvtne2ps_pbh(int8x16_to_float(p + 16), int8x16_to_float(p));
+inline void load_tile_pair(const int8_t* pair, const Int8Widener& widener, __m512bh (&wv)[kTilePanels]) {
+  widener.widen(pair, wv[0], wv[1]);
+  widener.widen(pair + 64, wv[2], wv[3]);
 }
 
 // x[k], x[k + 1] in every 32-bit lane.
@@ -70,11 +113,12 @@ void block(const Problem& pr, int64_t m0, int64_t t, const W* w, const char* nex
   }
   const uint16_t* x = pr.x + m0 * pr.ldx;
   const int64_t full_pairs = pr.k / 2;
+  const Int8Widener widener;
   for (int64_t kp = 0; kp < full_pairs; ++kp) {
     const W* pair = w + kp * kTilePairElements;
     if (next != nullptr) prefetch_pair(next, kp, next_pair_bytes);
     __m512bh wv[kTilePanels];
-    for (int p = 0; p < kTilePanels; ++p) wv[p] = load_pair(pair + p * kPanelPairElements);
+    load_tile_pair(pair, widener, wv);
     for (int r = 0; r < Rows; ++r) {
       const __m512bh xv = broadcast_pair(x + r * pr.ldx + 2 * kp);
       for (int p = 0; p < kTilePanels; ++p) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], xv, wv[p]);
@@ -83,7 +127,7 @@ void block(const Problem& pr, int64_t m0, int64_t t, const W* w, const char* nex
   if (pr.k % 2 != 0) {
     const W* pair = w + full_pairs * kTilePairElements;
     __m512bh wv[kTilePanels];
-    for (int p = 0; p < kTilePanels; ++p) wv[p] = load_pair(pair + p * kPanelPairElements);
+    load_tile_pair(pair, widener, wv);
     for (int r = 0; r < Rows; ++r) {
       const __m512bh xv = broadcast_last(x + r * pr.ldx + 2 * full_pairs);
       for (int p = 0; p < kTilePanels; ++p) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], xv, wv[p]);
@@ -138,8 +182,13 @@ void tile_kernel(const Problem& pr, int64_t begin, int64_t end, uint16_t* scratc
       tile(pr, t, static_cast<const int8_t*>(pr.weight) + t * tile_elements, next, pair_bytes);
     } else {
       const int8_t* w = static_cast<const int8_t*>(pr.weight) + t * tile_elements;
-      for (int64_t i = 0; i < tile_elements; i += kPanelPairElements) {
-        _mm512_storeu_si512(scratch + i, reinterpret_cast<__m512i>(load_pair(w + i)));
+      const Int8Widener widener;
+      for (int64_t i = 0; i < tile_elements; i += kTilePairElements) {
+        __m512bh wv[kTilePanels];
+        load_tile_pair(w + i, widener, wv);
+        for (int p = 0; p < kTilePanels; ++p) {
+          _mm512_storeu_si512(scratch + i + p * kPanelPairElements, reinterpret_cast<__m512i>(wv[p]));
+        }
       }
       tile(pr, t, static_cast<const uint16_t*>(scratch), next, pair_bytes);
     }
@@ -150,7 +199,7 @@ void tile_kernel(const Problem& pr, int64_t begin, int64_t end, uint16_t* scratc
 
 TileKernel avx512_tile_kernel() {
   if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("avx512vl")) {
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512vbmi")) {
     return nullptr;
   }
   return tile_kernel;
