@@ -89,8 +89,17 @@ double lane_sum(int64_t n, ValueAt value_at) {
   return total;
 }
 
+// The loops over a whole row (the vocabulary: 150k floats per row and step for Qwen) are
+// compiled twice, for the baseline and for AVX-512, and the CPU picks at load time. The
+// file is compiled without floating-point contraction, so both give the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NANOVLLM_ROW_LOOP __attribute__((target_clones("avx512f", "default")))
+#else
+#define NANOVLLM_ROW_LOOP
+#endif
+
 // The largest value, NaN ignored (-inf when there is none).
-float lane_max(const float* values, int64_t n) {
+NANOVLLM_ROW_LOOP float lane_max(const float* values, int64_t n) {
   float partial[kLanes];
   std::fill(partial, partial + kLanes, kNegInf);
   int64_t i = 0;
@@ -300,6 +309,44 @@ std::optional<int32_t> pick(DrawOrder& order, size_t top_k, std::optional<double
   return std::nullopt;
 }
 
+// weights[i] = e^((logits[i] - max) / T), in place.
+NANOVLLM_ROW_LOOP void exponentiate(float* logits, int64_t n, float max_logit, float temperature) {
+  for (int64_t i = 0; i < n; ++i) logits[i] = detail::exp_nonpositive((logits[i] - max_logit) / temperature);
+}
+
+NANOVLLM_ROW_LOOP double sum_weights(const float* weights, int64_t n) {
+  return lane_sum(n, [&](int64_t i) { return weights[i]; });
+}
+
+// sum of e^(raw[i] - max).
+NANOVLLM_ROW_LOOP double sum_exp(const float* raw, int64_t n, float max_logit) {
+  return lane_sum(n, [&](int64_t i) { return detail::exp_nonpositive(raw[i] - max_logit); });
+}
+
+// The tokens of weight >= floor (and > 0), in id order, into out; returns their count.
+// A few hundred of the vocabulary pass: blocks of kLanes tokens are tested at once (one
+// vector compare), and only a block with a passing token is copied, branch-free (which of
+// its tokens pass is unpredictable).
+NANOVLLM_ROW_LOOP size_t compact(const float* weights, int64_t n, float floor, Candidate* out) {
+  size_t count = 0;
+  const auto copy = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      out[count] = {weights[i], static_cast<int32_t>(i)};
+      count += (weights[i] >= floor) & (weights[i] > 0.0f);
+    }
+  };
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    int passing = 0;
+    for (int64_t lane = 0; lane < kLanes; ++lane) {
+      passing += (weights[i + lane] >= floor) & (weights[i + lane] > 0.0f);
+    }
+    if (passing != 0) copy(i, i + kLanes);
+  }
+  copy(i, n);
+  return count;
+}
+
 int32_t sample_random(float* logits, int64_t vocab_size, const SamplingRow& row,
                       int64_t row_index, RowScratch& scratch) {
   const SamplingParams& params = *row.params;
@@ -310,9 +357,7 @@ int32_t sample_random(float* logits, int64_t vocab_size, const SamplingRow& row,
   // Each token's weight e^((x - max) / T) in (0, 1], 1 for the best token: its probability
   // up to one common factor. Subtracting before dividing keeps tiny temperatures from
   // overflowing. Banned (-inf) and NaN logits get weight 0 and are never drawn.
-  for (int64_t i = 0; i < vocab_size; ++i) {
-    logits[i] = detail::exp_nonpositive((logits[i] - max_logit) / params.temperature);
-  }
+  exponentiate(logits, vocab_size, max_logit, params.temperature);
   const float* weights = logits;
 
   const size_t top_k = params.top_k > 0 && params.top_k < vocab_size
@@ -321,7 +366,7 @@ int32_t sample_random(float* logits, int64_t vocab_size, const SamplingRow& row,
   // min-p keeps p >= min_p * p_max, that is weight >= min_p.
   const bool bounded = top_k < std::numeric_limits<size_t>::max() || params.min_p > 0.0f;
   std::optional<double> row_mass;
-  if (!bounded) row_mass = lane_sum(vocab_size, [&](int64_t i) { return weights[i]; });
+  if (!bounded) row_mass = sum_weights(weights, vocab_size);
   const double u = detail::uniform_draw(row.seed, row.output_index);
   std::vector<Candidate>& candidates = scratch.candidates;
   candidates.resize(static_cast<size_t>(vocab_size));
@@ -334,13 +379,7 @@ int32_t sample_random(float* logits, int64_t vocab_size, const SamplingRow& row,
   float floor = 3.3546262e-4f;
   for (;;) {
     floor = std::max(floor, params.min_p);
-    // Branch-free compaction: which tokens pass is unpredictable, so a branch per token
-    // would mispredict often.
-    size_t count = 0;
-    for (int64_t i = 0; i < vocab_size; ++i) {
-      candidates[count] = {weights[i], static_cast<int32_t>(i)};
-      count += (weights[i] >= floor) & (weights[i] > 0.0f);
-    }
+    const size_t count = compact(weights, vocab_size, floor, candidates.data());
     const bool complete = floor == params.min_p || count >= top_k;
     if (!bounded || complete) {
       scratch.order.assign(candidates.data(), count);
@@ -356,8 +395,7 @@ int32_t sample_random(float* logits, int64_t vocab_size, const SamplingRow& row,
 void fill_logprobs(const float* raw, int64_t vocab_size, int num_top, SampledToken& out,
                    std::vector<Candidate>& top) {
   const float max_logit = lane_max(raw, vocab_size);
-  const double sum = lane_sum(
-      vocab_size, [&](int64_t i) { return detail::exp_nonpositive(raw[i] - max_logit); });
+  const double sum = sum_exp(raw, vocab_size, max_logit);
   const double log_normalizer = max_logit + std::log(sum);
   out.logprob = static_cast<float>(raw[out.token_id] - log_normalizer);
   if (num_top <= 0) return;
@@ -455,7 +493,9 @@ std::vector<SampledToken> sample(const at::Tensor& logits, const std::vector<Sam
     // evenly over the threads whatever their position in the batch.
     const int64_t lanes = std::min<int64_t>(num_rows, at::get_num_threads());
     at::parallel_for(0, lanes, 1, [&](int64_t lane_begin, int64_t lane_end) {
-      RowScratch scratch;
+      // Kept across steps: a row's scratch is a few MB that would otherwise be faulted in
+      // afresh every step.
+      thread_local RowScratch scratch;
       for (int64_t lane = lane_begin; lane < lane_end; ++lane) {
         for (int64_t j = lane; j < num_rows; j += lanes) {
           const int64_t row_index = host_rows[j];
