@@ -2,7 +2,8 @@
 transformers, and llama.cpp (llama-cpp-python, on the Q4_K_M GGUF) with --gguf.
 
 Every engine runs in this one process, one after the other, timed from the request to its
-last token (the prompt's prefill included), best of --repeats. Our prefix cache is off so
+last token (the prompt's prefill included), best of --repeats; then to its first token
+alone, which splits the time into prefill and decode (the "decode tok/s" column). Our prefix cache is off so
 that repeats do not skip the prefill; llama.cpp is reset between repeats for the same reason.
 
     python benchmarks/cpu_latency.py [--variants bfloat16,int8] [--gguf auto] [--json out.json]
@@ -52,24 +53,29 @@ def run_ours(model_dir: Path, prompt: list[int], variant: str, repeats: int) -> 
     if variant == "int8":
         dtype, quantization = "bfloat16", "int8"
     llm = LLM(str(model_dir), dtype=dtype, quantization=quantization, enable_prefix_caching=False)
-    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
-    llm.generate([prompt], params, use_tqdm=False)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
+
+    def generate(count: int) -> float:
+        params = SamplingParams(temperature=0.0, max_tokens=count, ignore_eos=True)
         start = time.perf_counter()
         llm.generate([prompt], params, use_tqdm=False)
-        best = min(best, time.perf_counter() - start)
-    return Result(f"nanovllm {variant}", NEW_TOKENS, best)
+        return time.perf_counter() - start
+
+    generate(NEW_TOKENS)  # warm-up
+    best = min(generate(NEW_TOKENS) for _ in range(repeats))
+    first = min(generate(1) for _ in range(repeats))
+    return Result(f"nanovllm {variant}", NEW_TOKENS, best, first)
 
 
 def run_hf(model_dir: Path, prompt: list[int], dtype: str, repeats: int) -> Result:
     model = load_hf(str(model_dir), DTYPES[dtype])
     hf_generate(model, [prompt], [8], do_sample=False)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        _, seconds = hf_generate(model, [prompt], [NEW_TOKENS], do_sample=False)
-        best = min(best, seconds)
-    return Result(f"transformers {dtype}", NEW_TOKENS, best)
+
+    def generate(count: int) -> float:
+        return hf_generate(model, [prompt], [count], do_sample=False)[1]
+
+    best = min(generate(NEW_TOKENS) for _ in range(repeats))
+    first = min(generate(1) for _ in range(repeats))
+    return Result(f"transformers {dtype}", NEW_TOKENS, best, first)
 
 
 def builtin_gguf(model: str) -> Path:
@@ -110,9 +116,10 @@ def run_llama_cpp(gguf: Path, prompt: list[int], threads: int, repeats: int) -> 
 
     generate(8)  # warm-up
     best = min(generate(NEW_TOKENS) for _ in range(repeats))
+    first = min(generate(1) for _ in range(repeats))
     file_type = llm.metadata.get("general.file_type", "?")
     quant = LLAMA_FILE_TYPES.get(file_type, f"file type {file_type}")
-    return Result(f"llama.cpp {quant} ({threads} threads)", NEW_TOKENS, best)
+    return Result(f"llama.cpp {quant} ({threads} threads)", NEW_TOKENS, best, first)
 
 
 def main(argv: list[str] | None = None) -> None:

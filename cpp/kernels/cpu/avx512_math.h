@@ -66,10 +66,10 @@ NANOVLLM_AVX512 static inline float sum_lanes(__m512 v) {
   return total;
 }
 
-// e^x for x <= 0 (~0 below -87): 2^(x log2 e) by the Cephes exp2f polynomial on
-// [-0.5, 0.5], relative error ~2e-7.
-NANOVLLM_AVX512 static inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _mm512_set1_ps(-126.0f));
+// 2^x for x <= 0 (~0 below -126) by the Cephes exp2f polynomial on [-0.5, 0.5], relative
+// error ~2e-7.
+NANOVLLM_AVX512 static inline __m512 exp2_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
   const __m512 whole = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(x, whole);
   __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
@@ -80,6 +80,11 @@ NANOVLLM_AVX512 static inline __m512 exp_nonpositive(__m512 x) {
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, whole);
+}
+
+// e^x for x <= 0 (~0 below -87): 2^(x log2 e).
+NANOVLLM_AVX512 static inline __m512 exp_nonpositive(__m512 x) {
+  return exp2_nonpositive(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)));
 }
 
 }  // namespace nanovllm::kernels::cpu::avx512

@@ -1,5 +1,6 @@
-// AVX-512 page kernel. The build compiles this file alone with -mavx512f (see
-// cpp/model/CMakeLists.txt); the kernel is only handed out when the CPU has AVX-512F.
+// AVX-512 page kernel. The build compiles this file alone with -mavx512f -mavx512bw
+// -mavx512vl (see cpp/model/CMakeLists.txt); the kernel is only handed out when the CPU
+// has them (avx512::supported()).
 //
 // Each page's keys and values are first widened to float in scratch (shared by every row
 // of the tile). Scores then take one of two layouts:
@@ -17,6 +18,8 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+
+#include "avx512_math.h"
 #endif
 
 namespace nanovllm::kernels::cpu::attention {
@@ -48,22 +51,6 @@ inline __m512 load16<BFloat16>(const char* p) {
 template <>
 inline __m512 load16<Float16>(const char* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-
-// 2^x for x <= 0 (Cephes exp2f polynomial on [-0.5, 0.5], relative error ~2e-7).
-// Arguments below -126 give ~0; callers mask rows that must be exactly 0.
-inline __m512 exp2(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
-  const __m512 whole = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, whole);
-  __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, whole);
 }
 
 // Copies `count` cache rows (head_dim elements each, `stride` elements apart) into a dense
@@ -119,13 +106,13 @@ inline void update_softmax(const Tile& tile, const Page& page, float* scores, fl
     // A row that has seen nothing yet keeps max -inf; subtracting a finite stand-in keeps
     // the exponentials at 0 instead of NaN.
     const __m512 base = _mm512_max_ps(new_max, _mm512_set1_ps(-3.0e38f));
-    const __m512 shrink = exp2(_mm512_sub_ps(old_max, base));
+    const __m512 shrink = avx512::exp2_nonpositive(_mm512_sub_ps(old_max, base));
     __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(tile.sum + r0), shrink);
     for (int j = 0; j < page.num_keys; ++j) {
       float* s = scores + j * lanes + r0;
       const __mmask16 visible =
           _mm512_cmpge_epi32_mask(positions, _mm512_set1_epi32(page.first_position + j));
-      const __m512 p = _mm512_maskz_mov_ps(visible, exp2(_mm512_sub_ps(_mm512_loadu_ps(s), base)));
+      const __m512 p = _mm512_maskz_mov_ps(visible, avx512::exp2_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s), base)));
       _mm512_storeu_ps(s, p);
       sum = _mm512_add_ps(sum, p);
     }
@@ -263,8 +250,8 @@ void page_kernel_few_rows(const Tile& tile, const Page& page) {
       const float old_max = tile.max[r];
       const float page_max = _mm512_reduce_max_ps(s);
       const float new_max = old_max > page_max ? old_max : page_max;
-      const float shrink = _mm512_cvtss_f32(exp2(_mm512_set1_ps(old_max - new_max)));
-      const __m512 p = _mm512_maskz_mov_ps(mask, exp2(_mm512_sub_ps(s, _mm512_set1_ps(new_max))));
+      const float shrink = _mm512_cvtss_f32(avx512::exp2_nonpositive(_mm512_set1_ps(old_max - new_max)));
+      const __m512 p = _mm512_maskz_mov_ps(mask, avx512::exp2_nonpositive(_mm512_sub_ps(s, _mm512_set1_ps(new_max))));
       tile.max[r] = new_max;
       tile.sum[r] = tile.sum[r] * shrink + _mm512_reduce_add_ps(p);
       _mm512_storeu_ps(probs, p);
@@ -412,8 +399,8 @@ NANOVLLM_AVX512_BF16 void page_kernel_bf16_pairs(const Tile& tile, const Page& p
       const float old_max = tile.max[r];
       const float page_max = _mm512_reduce_max_ps(scores);
       const float new_max = old_max > page_max ? old_max : page_max;
-      rescale[r] = _mm512_cvtss_f32(exp2(_mm512_set1_ps(old_max - new_max)));
-      const __m512 p = _mm512_maskz_mov_ps(mask, exp2(_mm512_sub_ps(scores, _mm512_set1_ps(new_max))));
+      rescale[r] = _mm512_cvtss_f32(avx512::exp2_nonpositive(_mm512_set1_ps(old_max - new_max)));
+      const __m512 p = _mm512_maskz_mov_ps(mask, avx512::exp2_nonpositive(_mm512_sub_ps(scores, _mm512_set1_ps(new_max))));
       tile.max[r] = new_max;
       tile.sum[r] = tile.sum[r] * rescale[r] + _mm512_reduce_add_ps(p);
       // Sixteen bfloat16 in key order: eight pairs of consecutive keys.
@@ -465,7 +452,7 @@ void page_kernel_bf16(const Tile& tile, const Page& page) {
 }
 
 PageKernel avx512_page_kernel(CacheDtype dtype, int head_dim) {
-  if (head_dim % 16 != 0 || !__builtin_cpu_supports("avx512f")) return nullptr;
+  if (head_dim % 16 != 0 || !avx512::supported()) return nullptr;
   switch (dtype) {
     case CacheDtype::kFloat32: return page_kernel<float>;
     case CacheDtype::kBFloat16:
