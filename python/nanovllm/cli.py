@@ -31,6 +31,7 @@ __all__ = ["build_parser", "main"]
 BENCH_WORKLOADS: dict[str, str] = {
     "cpu-throughput": "64 random requests, Qwen2.5-0.5B bf16 on the CPU, vs transformers",
     "cpu-latency": "one chat prompt, 128 greedy tokens on the CPU (single-stream decode)",
+    "concurrency-sweep": "throughput against 1..64 concurrent requests on the CPU, with a plot",
     "gpu-nanovllm": "nano-vllm's bench.py workload (256 requests) on a GPU, Qwen3-0.6B shape",
     "serving": "the OpenAI-compatible server under concurrent clients",
 }

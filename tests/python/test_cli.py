@@ -17,9 +17,9 @@ PACKAGE_ROOT = str(Path(nanovllm.__file__).resolve().parents[1])
 
 
 def _run(
-    *args: str, stdin: str | None = None, timeout: float = 300
+    *args: str, stdin: str | None = None, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+    env = dict(os.environ) | (env or {})
     env["PYTHONPATH"] = os.pathsep.join([PACKAGE_ROOT, *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(
         [sys.executable, "-m", "nanovllm.cli", *args],
@@ -59,8 +59,30 @@ def test_generate_help_shows_sampling_and_engine_flags() -> None:
 def test_bench_help_lists_workloads() -> None:
     result = _run("bench", "--help")
     assert result.returncode == 0
-    for workload in ("cpu-throughput", "cpu-latency", "gpu-nanovllm", "serving"):
+    for workload in (
+        "cpu-throughput",
+        "cpu-latency",
+        "concurrency-sweep",
+        "gpu-nanovllm",
+        "serving",
+    ):
         assert workload in result.stdout
+
+
+def test_profile_table_is_printed_at_exit(smol_path: Path) -> None:
+    """NANOVLLM_PROFILE=1: where the runner's steps went, per phase, on stderr at exit."""
+    require_core()
+    env = {"NANOVLLM_PROFILE": "1"}
+    result = _run(
+        "generate", "--model", str(smol_path), "--max-model-len", "256", "--temperature", "0",
+        "--max-tokens", "4", "--no-progress", "The capital of France is", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "nanovllm profile" in result.stderr
+    # One prefill step, then three single-sequence decode steps.
+    assert "prefill" in result.stderr and "decode, 1 seq: 3 steps" in result.stderr
+    for phase in ("qkv proj", "attention", "gate/up proj", "lm head", "sampling"):
+        assert phase in result.stderr
 
 
 def test_models_lists_builtin_models(smol_path: Path) -> None:
