@@ -1,16 +1,41 @@
 #include "linear.h"
 
+#include <ATen/ops/_weight_int8pack_mm.h>
+#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/where.h>
 
 namespace nanovllm {
+namespace {
 
-Linear::Linear(const at::Tensor& weight, const at::Tensor& bias, Quantization quantization)
+// Columns that round `in_features` up to ATen's int8 block of 32.
+int64_t padding(int64_t in_features) { return (32 - in_features % 32) % 32; }
+
+}  // namespace
+
+Linear::Linear(const at::Tensor& weight, const at::Tensor& bias, Quantization quantization, LinearImpl impl)
     : out_features_(weight.size(0)) {
+  const bool packed_kernel = impl == LinearImpl::kAuto && kernels::cpu::packed_gemm_accelerated();
+  if (quantization == Quantization::kInt8 && !packed_kernel) {
+    // The same rounding as kernels::cpu::quantize_int8, in the layout ATen's kernel takes;
+    // its scales are in the activations' dtype.
+    const at::Tensor w = weight.to(at::kFloat);
+    const at::Tensor scale = w.abs().amax(1).div(127.0);
+    const at::Tensor divisor = at::where(scale.eq(0), at::ones_like(scale), scale);
+    weight_ = w.div(divisor.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar);
+    // ATen's kernel reads in_features in blocks of 32 (and crashes on a partial block):
+    // zero columns pad it, and the activations are padded to match.
+    weight_ = at::constant_pad_nd(weight_, {0, padding(weight_.size(1))}).contiguous();
+    int8_scales_ = scale.to(weight.scalar_type());
+    bias_ = bias;
+    return;
+  }
   if (quantization == Quantization::kInt8) {
     packed_ = kernels::cpu::quantize_int8(weight);
-  } else if (weight.scalar_type() == at::kBFloat16 && kernels::cpu::packed_gemm_accelerated()) {
+  } else if (weight.scalar_type() == at::kBFloat16 && packed_kernel) {
     packed_ = kernels::cpu::pack_bfloat16(weight);
   } else {
     weight_ = weight;
@@ -21,6 +46,12 @@ Linear::Linear(const at::Tensor& weight, const at::Tensor& bias, Quantization qu
 }
 
 at::Tensor Linear::operator()(const at::Tensor& x) const {
+  if (int8_scales_.defined()) {
+    const int64_t pad = weight_.size(1) - x.size(1);
+    const at::Tensor input = pad > 0 ? at::constant_pad_nd(x, {0, pad}) : x.contiguous();
+    at::Tensor out = at::_weight_int8pack_mm(input, weight_, int8_scales_);
+    return bias_.defined() ? out.add_(bias_) : out;
+  }
   if (!packed_.data.defined()) {
     // x·Wᵀ with W kept [out, in]: oneDNN/MKL read the transposed operand natively.
     return bias_.defined() ? at::linear(x, weight_, bias_) : at::linear(x, weight_);
@@ -52,6 +83,10 @@ void Linear::operator()(const at::Tensor& x, const at::Tensor& out) const {
 void Linear::rows(const at::Tensor& out, const at::Tensor& indices) const {
   if (packed_.data.defined()) {
     kernels::cpu::packed_rows(out, packed_, indices);
+  } else if (int8_scales_.defined()) {
+    const at::Tensor ids = indices.to(at::kLong);
+    out.copy_(weight_.narrow(1, 0, out.size(1)).index_select(0, ids).to(at::kFloat).mul(
+        int8_scales_.index_select(0, ids).to(at::kFloat).unsqueeze(1)));
   } else {
     at::Tensor target = out;  // index_select_out wants a mutable handle
     at::index_select_out(target, weight_, 0, indices);

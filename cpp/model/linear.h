@@ -4,7 +4,8 @@
 //    (kernels/cpu/packed_gemm.h) when the CPU has it: decode then streams the weights at
 //    memory speed instead of oneDNN reordering them on every call;
 //  - weight-only int8 (quantization "int8") stores one int8 per weight and a float scale per
-//    output channel, halving the bytes a decode step reads;
+//    output channel, halving the bytes a decode step reads; on a CPU without AVX-512 BF16
+//    it runs ATen's weight-only int8 kernel (at::_weight_int8pack_mm) instead;
 //  - anything else runs at::linear on the weight as given.
 #pragma once
 
@@ -18,12 +19,17 @@ namespace nanovllm {
 
 enum class Quantization { kNone, kInt8 };
 
+// kAuto: the packed-weight kernel where the CPU has it, ATen otherwise. kATen: ATen alone,
+// what a CPU without AVX-512 BF16 runs (tests choose it to check that path anywhere).
+enum class LinearImpl { kAuto, kATen };
+
 class Linear {
  public:
   Linear() = default;
   // weight: [out_features, in_features], contiguous, in the model's dtype; bias:
   // [out_features] or undefined.
-  Linear(const at::Tensor& weight, const at::Tensor& bias, Quantization quantization = Quantization::kNone);
+  Linear(const at::Tensor& weight, const at::Tensor& bias, Quantization quantization = Quantization::kNone,
+         LinearImpl impl = LinearImpl::kAuto);
 
   // x: [tokens, in_features] in the model's dtype -> [tokens, out_features], same dtype.
   at::Tensor operator()(const at::Tensor& x) const;
@@ -42,7 +48,8 @@ class Linear {
  private:
 
   int64_t out_features_ = 0;
-  at::Tensor weight_;                   // at::linear's operand, unless packed
+  at::Tensor weight_;                   // at::linear's operand, or int8 [out, in] for ATen's int8 kernel
+  at::Tensor int8_scales_;              // [out] in the model's dtype, with an ATen int8 weight_
   kernels::cpu::PackedWeight packed_;  // packed_.data is defined when packed
   at::Tensor bias_;                     // float32 when packed
 };

@@ -161,18 +161,28 @@ TEST(Linear, RunsEveryModelDtypeWithEachWeightFormat) {
   const at::Tensor bias = at::randn({96});
   const at::Tensor x = at::randn({9, 72});
   const at::Tensor exact = at::addmm(bias.to(at::kDouble), x.to(at::kDouble), w.to(at::kDouble).t());
-  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
-    for (const Quantization quantization : {Quantization::kNone, Quantization::kInt8}) {
-      const Linear linear(w.to(dtype), bias.to(dtype), quantization);
-      EXPECT_EQ(linear.out_features(), 96);
-      const at::Tensor out = linear(x.to(dtype));
-      EXPECT_EQ(out.scalar_type(), dtype);
-      EXPECT_EQ(out.sizes(), (at::IntArrayRef{9, 96}));
-      // int8 steps are max|w| / 127 per channel; bfloat16 keeps 8 significant bits.
-      const double tolerance =
-          quantization == Quantization::kInt8 ? 0.03 : (dtype == at::kFloat ? 1e-5 : 0.01);
-      EXPECT_LT(((out.to(at::kDouble) - exact).norm() / exact.norm()).item<double>(), tolerance)
-          << c10::toString(dtype) << (quantization == Quantization::kInt8 ? " int8" : "");
+  for (const LinearImpl impl : {LinearImpl::kAuto, LinearImpl::kATen}) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      for (const Quantization quantization : {Quantization::kNone, Quantization::kInt8}) {
+        const Linear linear(w.to(dtype), bias.to(dtype), quantization, impl);
+        EXPECT_EQ(linear.out_features(), 96);
+        const at::Tensor out = linear(x.to(dtype));
+        EXPECT_EQ(out.scalar_type(), dtype);
+        EXPECT_EQ(out.sizes(), (at::IntArrayRef{9, 96}));
+        // The float32 logits form, as the LM head writes them.
+        const at::Tensor logits = at::empty({9, 96}, at::kFloat);
+        linear(x.to(dtype), logits);
+        // int8 steps are max|w| / 127 per channel; bfloat16 keeps 8 significant bits.
+        const double tolerance =
+            quantization == Quantization::kInt8 ? 0.03 : (dtype == at::kFloat ? 1e-5 : 0.01);
+        const std::string what = std::string(c10::toString(dtype)) +
+                                 (quantization == Quantization::kInt8 ? " int8" : "") +
+                                 (impl == LinearImpl::kATen ? " (ATen)" : "");
+        for (const at::Tensor& result : {out, logits}) {
+          EXPECT_LT(((result.to(at::kDouble) - exact).norm() / exact.norm()).item<double>(), tolerance)
+              << what;
+        }
+      }
     }
   }
 }
@@ -187,13 +197,18 @@ TEST(Linear, RowsAreTheEmbeddingLookupOfTheWeight) {
     linear.rows(out, ids);
     EXPECT_TRUE(at::equal(out, w.to(dtype).index_select(0, ids.to(at::kLong)))) << c10::toString(dtype);
   }
-  const Linear int8(w.to(at::kBFloat16), at::Tensor(), Quantization::kInt8);
-  const at::Tensor out = at::empty({5, 33}, at::kBFloat16);
-  int8.rows(out, ids);
-  const at::Tensor expected = w.index_select(0, ids.to(at::kLong));
-  const at::Tensor step = expected.abs().amax(1, true) / 127;
-  // Half a step of rounding to int8, then bfloat16's (at most 2^-8 relative) of 127 steps.
-  EXPECT_LE(((out.to(at::kFloat) - expected).abs() / step).max().item<double>(), 1.0);
+  for (const LinearImpl impl : {LinearImpl::kAuto, LinearImpl::kATen}) {
+    const Linear int8(w.to(at::kBFloat16), at::Tensor(), Quantization::kInt8, impl);
+    const at::Tensor out = at::empty({5, 33}, at::kBFloat16);
+    int8.rows(out, ids);
+    const at::Tensor expected = w.index_select(0, ids.to(at::kLong));
+    const at::Tensor step = expected.abs().amax(1, true) / 127;
+    // Half a step of rounding to int8, then bfloat16's (at most 2^-8 relative) of 127 steps
+    // (twice: the ATen path's scales are bfloat16 too).
+    EXPECT_LE(((out.to(at::kFloat) - expected).abs() / step).max().item<double>(),
+              impl == LinearImpl::kATen ? 1.5 : 1.0)
+        << (impl == LinearImpl::kATen ? "ATen" : "packed");
+  }
 }
 
 // ---- through the model runner ------------------------------------------------------
