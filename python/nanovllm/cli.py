@@ -24,7 +24,7 @@ from nanovllm.builtin_models import (
     prepare_model,
 )
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_engine_args", "add_model_args", "build_parser", "engine_kwargs", "main"]
 
 # Workload name -> what it measures (shared/BENCHMARKS.md); each is benchmarks/<name>.py
 # with "-" spelled "_", exposing main(argv).
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "prompts", nargs="*", metavar="PROMPT", help="prompts (default: stdin, one per line)"
     )
-    _add_model_args(generate)
+    add_model_args(generate)
     _add_sampling_args(generate, max_tokens=GENERATE_MAX_TOKENS)
     generate.add_argument(
         "--chat", action="store_true", help="send each prompt as a user message (chat template)"
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object per prompt and line"
     )
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_engine_args(generate)
+    add_engine_args(generate)
     generate.set_defaults(func=_cmd_generate)
 
     chat = commands.add_parser(
@@ -117,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_CHAT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_model_args(chat)
+    add_model_args(chat)
     _add_sampling_args(chat, max_tokens=CHAT_MAX_TOKENS)
     chat.add_argument("--system", help="system message")
-    _add_engine_args(chat)
+    add_engine_args(chat)
     chat.set_defaults(func=_cmd_chat)
 
     models = commands.add_parser(
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Adds --model (a folder or a built-in name); shared with ``nanovllm serve``."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -209,7 +210,8 @@ def _add_sampling_args(parser: argparse.ArgumentParser, *, max_tokens: int) -> N
     )
 
 
-def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per engine option (dtype, quantization, cache, batching...)."""
     from nanovllm.config import ENGINE_ARG_HELP, engine_defaults
 
     group = parser.add_argument_group("engine (unset flags keep the engine's defaults)")
@@ -256,7 +258,8 @@ def parse_size(text: str) -> int:
 # -------------------------------------------------------------------------- commands
 
 
-def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options the user set on the command line, as ``LLM`` keywords."""
     from nanovllm.config import engine_defaults
 
     kwargs = {
@@ -290,7 +293,7 @@ def _sampling_params(args: argparse.Namespace) -> Any:
 def _load_llm(args: argparse.Namespace) -> Any:
     from nanovllm.llm import LLM
 
-    return LLM(args.model, **_engine_kwargs(args))
+    return LLM(args.model, **engine_kwargs(args))
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nanovllm.builtin_models import ModelPreparationError, resolve_model
-from nanovllm.cli import _add_engine_args, _add_model_args, _engine_kwargs
+from nanovllm.cli import add_engine_args, add_model_args, engine_kwargs
 from nanovllm.config import Config
 
 __all__ = ["build_parser", "main"]
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a model over an OpenAI-compatible HTTP API "
         "(/v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health, /metrics).",
     )
-    _add_model_args(parser)
+    add_model_args(parser)
     parser.add_argument(
         "--served-model-name", help="the model name clients use (default: --model as given)"
     )
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
     )
-    _add_engine_args(parser)
+    add_engine_args(parser)
     return parser
 
 
@@ -90,7 +90,7 @@ def _build(args: argparse.Namespace) -> Any:
     from nanovllm.server.app import build_app
     from nanovllm.server.async_engine import AsyncEngine
 
-    config = Config.from_kwargs(args.model, **_engine_kwargs(args))
+    config = Config.from_kwargs(args.model, **engine_kwargs(args))
     config.to_core()  # fail on bad values before a (possibly long) model preparation
     model_path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or str(model_path))
