@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -11,9 +12,24 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 namespace nanovllm::testing {
+
+// Runs `fn`, expecting an exception whose message contains every one of `parts`.
+template <typename Fn>
+void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    FAIL() << "no exception; expected one mentioning " << parts.front();
+  } catch (const std::exception& e) {
+    for (const std::string& part : parts) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+          << "message \"" << e.what() << "\" lacks \"" << part << "\"";
+    }
+  }
+}
 
 class TempDir {
  public:

@@ -14,23 +14,10 @@ namespace nanovllm {
 namespace {
 
 using nlohmann::json;
+using testing::expect_error;
 using testing::TempDir;
 using testing::write_json;
 using testing::write_safetensors;
-
-// Runs `fn`, expecting an exception whose message contains every one of `parts`.
-template <typename Fn>
-void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one mentioning " << parts.front();
-  } catch (const std::exception& e) {
-    for (const std::string& part : parts) {
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message \"" << e.what() << "\" lacks \"" << part << "\"";
-    }
-  }
-}
 
 TEST(ModelConfig, ReadsTransformers5Layout) {
   TempDir dir;

@@ -22,6 +22,7 @@ namespace nanovllm {
 namespace {
 
 using nlohmann::json;
+using testing::expect_error;
 using testing::TempDir;
 
 // ---- the reference ---------------------------------------------------------------------
@@ -346,20 +347,6 @@ TEST(TorchModelRunner, SizesTheKVCacheFromTheBudget) {
 
   config.kv_cache_memory = block_bytes - 1;
   EXPECT_THROW(TorchModelRunner runner(config), std::invalid_argument);
-}
-
-// Runs `fn`, expecting an exception whose message contains every one of `parts`.
-template <typename Fn>
-void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one mentioning " << parts.front();
-  } catch (const std::exception& e) {
-    for (const std::string& part : parts) {
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message \"" << e.what() << "\" lacks \"" << part << "\"";
-    }
-  }
 }
 
 TEST(TorchModelRunner, ExplainsWhatIsWrongWithTheSetup) {
