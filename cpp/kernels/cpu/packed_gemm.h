@@ -10,7 +10,8 @@
 namespace nanovllm::kernels::cpu {
 
 struct PackedWeight {
-  at::Tensor data;    // bfloat16 or int8, [ceil(out / 64), ceil(in / 2), 64, 2]
+  at::Tensor data;    // bfloat16 or int8, [ceil(out / 64), ceil(in / 2), 64, 2] (int8 bytes
+                      // reordered within each k pair: see packed_gemm_kernel.h)
   at::Tensor scales;  // float32 [64 * ceil(out / 64)] for int8; undefined for bfloat16
   int64_t out_features = 0;
   int64_t in_features = 0;
