@@ -1,10 +1,12 @@
 #include "linear.h"
 
 #include <ATen/ops/_weight_int8pack_mm.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/where.h>
 
@@ -66,6 +68,16 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
 
 void Linear::operator()(const at::Tensor& x, const at::Tensor& out) const {
   if (!packed_.data.defined()) {
+    if (!int8_scales_.defined() && out.scalar_type() == x.scalar_type()) {
+      // What at::linear runs (addmm with a bias, mm without), straight into out.
+      at::Tensor target = out;  // the _out ops want a mutable handle
+      if (bias_.defined()) {
+        at::addmm_out(target, bias_, x, weight_.t());
+      } else {
+        at::mm_out(target, x, weight_.t());
+      }
+      return;
+    }
     out.copy_((*this)(x));
     return;
   }
